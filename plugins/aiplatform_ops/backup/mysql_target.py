@@ -1,0 +1,82 @@
+"""How the backup tools reach the platform's MySQL/MariaDB without exposing the password.
+
+The password goes to ``mariadb-dump``, ``mariadb-binlog`` and ``mariadb`` through a 0600
+``--defaults-extra-file`` deleted right after the call: never on a command line, where ``ps``
+shows it to every user of the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class MySQLTarget:
+    """Where a database server is and who we log in as. ``password`` never leaves this object
+    except into a defaults file or the client library's connect call."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    database: str | None = None
+
+    def connect(self, database: str | None = None, **kwargs: Any) -> Any:
+        """A MySQLdb (mysqlclient) connection, autocommit on."""
+        import MySQLdb
+
+        conn = MySQLdb.connect(
+            host=self.host, port=self.port, user=self.user, password=self.password,
+            database=database or "", charset="utf8mb4", autocommit=True, **kwargs,
+        )
+        return conn
+
+    def query(self, sql: str, args: tuple | None = None, database: str | None = None) -> list[tuple]:
+        conn = self.connect(database)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+
+def _quote_option(value: str) -> str:
+    """Quote a value for a MySQL option file (backslash and double quote escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@contextlib.contextmanager
+def defaults_file(target: MySQLTarget) -> Generator[Path, None, None]:
+    """A private ``[client]`` option file for one tool invocation, removed afterwards."""
+    fd, name = tempfile.mkstemp(prefix="aiplatform-ops-", suffix=".cnf")
+    try:
+        os.fchmod(fd, 0o600)
+        body = (
+            "[client]\n"
+            f"host={_quote_option(target.host)}\n"
+            f"port={target.port}\n"
+            f"user={_quote_option(target.user)}\n"
+            f"password={_quote_option(target.password)}\n"
+            "protocol=TCP\n"
+        )
+        os.write(fd, body.encode())
+        os.close(fd)
+        fd = -1
+        yield Path(name)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def client_argv(tool: str, defaults: Path, *args: str) -> list[str]:
+    """argv for a MariaDB/MySQL client tool; ``--defaults-extra-file`` must come first."""
+    return [tool, f"--defaults-extra-file={defaults}", *args]
