@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
+from collections.abc import Generator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,11 +18,17 @@ from aiplatform_ops.storage.manifest import (
     BackupManifest,
     ManifestError,
     check_backup_id,
+    new_backup_id,
 )
 
 log = logging.getLogger(__name__)
 
 STAGING = ".incomplete"
+LOCK = ".lock"
+
+
+class LocationBusyError(RuntimeError):
+    """Another backup, archive or restore is working on this location right now."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -47,8 +57,38 @@ class LocalStore:
         self.root = Path(root)
         self.url = str(self.root)
 
+    @contextlib.contextmanager
+    def lock(self, purpose: str) -> Generator[None, None, None]:
+        """Hold the location's lock for one job; a second job fails at once with who holds it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / LOCK, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise LocationBusyError(f"{self.root} is busy: {holder}; try again when it has finished") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{purpose} (pid {os.getpid()})\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def _dir(self, backup_id: str) -> Path:
         return self.root / check_backup_id(backup_id)
+
+    def new_backup_id(self, started: datetime, suffix: str) -> str:
+        """A time-ordered id not yet used here (two backups in one second get the next second)."""
+        while True:
+            backup_id = new_backup_id(started, suffix)
+            if not self._dir(backup_id).exists() and not (self.root / STAGING / backup_id).exists():
+                return backup_id
+            started += timedelta(seconds=1)
 
     def staging_dir(self, backup_id: str) -> Path:
         """A fresh folder to write a new backup into, invisible to listing until committed."""
