@@ -269,3 +269,49 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def start_sshd(data_dir: Path, port: int | None = None, *, detach: bool = False) -> Service:
+    """A real OpenSSH server on loopback for the current user: key auth only, own host key.
+
+    ``extra`` holds ``user``, ``key_file`` (the client's private key), ``host_key`` (the server's
+    public key as ``type base64``) and ``known_hosts`` (a file trusting that key on this port).
+    """
+    import getpass
+
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists():
+        raise RuntimeError("sshd not found: install openssh-server")
+    port = port or free_port()
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    host_key, client_key = data_dir / "ssh_host_ed25519_key", data_dir / "client_ed25519"
+    for key in (host_key, client_key):
+        if not key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sandbox", "-f", str(key)],
+                           check=True, stdout=subprocess.DEVNULL)
+    authorized = data_dir / "authorized_keys"
+    authorized.write_text(client_key.with_suffix(".pub").read_text())
+    authorized.chmod(0o600)
+    user = getpass.getuser()
+    home = data_dir / "home"
+    home.mkdir(exist_ok=True)
+    config = data_dir / "sshd_config"
+    config.write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {data_dir / 'sshd.pid'}",
+        f"AuthorizedKeysFile {authorized}", "PubkeyAuthentication yes", "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password", "UsePAM no", "StrictModes no",
+        f"AllowUsers {user}", "LogLevel INFO",
+        f"SetEnv HOME={home}",  # a clean home: the user's shell rc files stay out of every session
+        "",
+    ]))
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
+    proc = _spawn([sshd, "-D", "-e", "-f", str(config)], data_dir / "sshd.log", detach)
+    wait_for(lambda: port_open(port), "sshd", 30, proc)
+    host_pub = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
+    known_hosts = data_dir / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub}\n")
+    return Service("sshd", port, data_dir, proc, extra={
+        "user": user, "key_file": str(client_key), "host_key": host_pub, "known_hosts": str(known_hosts),
+    })
