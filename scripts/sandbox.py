@@ -207,8 +207,24 @@ def write_sandbox_config(target: Path, backup_root: Path) -> Path:
                 for folder in ("/backup/db/daily", "/backup/files/weekly", "/backup/config/versions"):
                     text = text.replace(f"- {folder}", f"- {backup_root}{folder}")
                 text = text.replace("s3_server_side_encryption: AES256", "s3_server_side_encryption: null")
+            text = text.replace("report_dir: /backup/", f"report_dir: {backup_root}/backup/")
             (target / source.name).write_text(text)
     return target
+
+
+def create_buckets(s3: Service, config: Path) -> list[str]:
+    """Create the buckets the sandbox policy's ``s3://`` locations name."""
+    import re
+
+    import boto3
+
+    buckets = sorted(set(re.findall(r"s3://([a-z0-9][a-z0-9.\-]+[a-z0-9])", (config / "backup_policy.yaml").read_text())))
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{s3.port}", region_name="us-east-1",
+                          aws_access_key_id="sandbox-access-key", aws_secret_access_key="sandbox-secret-key")
+    for bucket in buckets:
+        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+            client.create_bucket(Bucket=bucket)
+    return buckets
 
 
 def up(base: Path) -> dict[str, str]:
@@ -224,7 +240,8 @@ def up(base: Path) -> dict[str, str]:
     root_sql(db, "CREATE DATABASE IF NOT EXISTS aiplatform")
     redis = start_redis(base / "redis", detach=True)
     s3 = start_s3(base / "s3", detach=True)
-    config = write_sandbox_config(base / "config", base / "backup")
+    config = write_sandbox_config(base / "config", base)
+    create_buckets(s3, config)
     env = {
         "AIRFLOW_CONN_AIPLATFORM_MYSQL": mysql_conn_uri(db),
         "AIRFLOW_CONN_AIPLATFORM_S3": s3_conn_json(s3),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sample_data
-from db_fixtures import db_store, platform_db, settings_for  # noqa: F401 - fixtures
+from db_fixtures import settings_for
 
 from aiplatform_ops.backup.database import take_database_backup
 from aiplatform_ops.restore.database import binlog_segments, load_full_backup, replay_binlogs

@@ -102,18 +102,33 @@ def logs_to_archive(since: BinlogCoordinate, logs: list[tuple[str, int]]) -> lis
     return wanted
 
 
-def fetch_binlogs(target: MySQLTarget, names: list[str], folder: Path) -> list[Path]:
-    """Copy closed binary logs byte for byte from the server into ``folder``."""
+def _fetch(target: MySQLTarget, names: list[str], folder: Path, start_position: int | None) -> None:
+    with defaults_file(target) as cnf:
+        argv = client_argv("mariadb-binlog", cnf, "--read-from-remote-server", "--raw", f"--result-file={folder}/")
+        if start_position:
+            argv.append(f"--start-position={start_position}")
+        result = subprocess.run([*argv, *names], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BackupError(f"mariadb-binlog could not fetch {', '.join(names)}: {result.stderr.strip()[-2000:]}")
+
+
+def fetch_binlogs(target: MySQLTarget, names: list[str], folder: Path, first_from: int | None = None) -> list[Path]:
+    """Copy closed binary logs from the server into ``folder``.
+
+    With ``first_from``, the first log is fetched from that position on (the server prepends its
+    format description), so the chain's first incremental does not store again what the full
+    dump already holds. Positions inside such a trimmed file no longer match the server's.
+    """
     if not names:
         return []
     folder.mkdir(parents=True, exist_ok=True)
-    with defaults_file(target) as cnf:
-        argv = client_argv(
-            "mariadb-binlog", cnf, "--read-from-remote-server", "--raw", f"--result-file={folder}/", *names
-        )
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise BackupError(f"mariadb-binlog could not fetch {', '.join(names)}: {result.stderr.strip()[-2000:]}")
+    if first_from:
+        _fetch(target, names[:1], folder, first_from)
+        names_left = names[1:]
+    else:
+        names_left = names
+    if names_left:
+        _fetch(target, names_left, folder, None)
     paths = [folder / name for name in names]
     missing = [p.name for p in paths if not p.is_file()]
     if missing:

@@ -224,16 +224,18 @@ def take_incremental_backup(
     backup_id = store.new_backup_id(started, "incr")
     staging = store.staging_dir(backup_id)
     raw_dir = staging / ".raw"
-    fetched = fetch_binlogs(target, [name for name, _ in wanted], raw_dir)
+    first_from = since.position if wanted and wanted[0][0] == since.file else None
+    fetched = fetch_binlogs(target, [name for name, _ in wanted], raw_dir, first_from)
     files = []
     for (name, size), path in zip(wanted, fetched, strict=True):
-        if path.stat().st_size != size:
+        trimmed_from = first_from if name == since.file else None
+        if trimmed_from is None and path.stat().st_size != size:
             raise BackupError(f"binary log {name}: fetched {path.stat().st_size} bytes, the server lists {size}")
         packed = compress_file(path, staging / f"{name}.zst", settings.compression_level)
         path.unlink()
-        start_position = since.position if name == since.file else None
         files.append(FileEntry(f"{name}.zst", packed.size, packed.sha256,
-                               {"binlog": name, "raw_bytes": size, "start_position": start_position}))
+                               {"binlog": name, "raw_bytes": packed.raw_bytes, "server_size": size,
+                                "fetched_from_position": trimmed_from, "start_position": None}))
     raw_dir.rmdir()
     end = BinlogCoordinate(wanted[-1][0], wanted[-1][1]) if wanted else since
     manifest = BackupManifest(

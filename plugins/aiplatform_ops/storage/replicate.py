@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 class VerificationError(RuntimeError):
     """A stored copy does not match its manifest."""
 
-    def __init__(self, problems: list[FileProblem]) -> None:
+    def __init__(self, problems: list[FileProblem] | list[str]) -> None:
         self.problems = problems
-        super().__init__("; ".join(str(p) for p in problems))
+        super().__init__("verification failed: " + "; ".join(str(p) for p in problems))
 
 
 @dataclass
