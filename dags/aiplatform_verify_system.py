@@ -23,10 +23,11 @@ Read-only: this DAG changes nothing on the platform.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from airflow.sdk import Param, dag
 
+from aiplatform_ops.operators.defaults import default_args
 from aiplatform_ops.operators.verify import verify_system_group
 from aiplatform_ops.verify.checks import GROUPS
 
@@ -39,7 +40,7 @@ from aiplatform_ops.verify.checks import GROUPS
     max_active_runs=1,
     doc_md=__doc__,
     tags=["aiplatform", "verify", "restore"],
-    default_args={"owner": "aiplatform-ops", "retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args=default_args(retries=1),
     params={
         "checks": Param(
             list(GROUPS),

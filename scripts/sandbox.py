@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -198,8 +199,10 @@ def redis_conn_uri(redis: Service) -> str:
 
 
 def write_sandbox_config(target: Path, backup_root: Path) -> Path:
-    """Copy ``include/config`` with every local backup folder moved under ``backup_root``."""
+    """Copy ``include/config`` for the sandbox: backups, the file tree and reports under ``backup_root``,
+    the config set pointed at the project's copies of the manual's configs."""
     target.mkdir(parents=True, exist_ok=True)
+    config_set = [REPO / "include" / d for d in ("nginx", "k8s", "jvm")] + [REPO / "include" / "redis" / "redis.conf"]
     for source in (REPO / "include" / "config").iterdir():
         if source.is_file():
             text = source.read_text()
@@ -207,15 +210,33 @@ def write_sandbox_config(target: Path, backup_root: Path) -> Path:
                 for folder in ("/backup/db/daily", "/backup/files/weekly", "/backup/config/versions"):
                     text = text.replace(f"- {folder}", f"- {backup_root}{folder}")
                 text = text.replace("s3_server_side_encryption: AES256", "s3_server_side_encryption: null")
+                text = text.replace("roots: [/app/aiplatform/data]", f"roots: [{backup_root}/app/aiplatform/data]")
+                text = re.sub(r"(  paths:\n)(    - [^\n]*\n)+", lambda m: m.group(1) + "".join(
+                    f"    - {p}\n" for p in config_set), text)
             text = text.replace("report_dir: /backup/", f"report_dir: {backup_root}/backup/")
             (target / source.name).write_text(text)
+    make_sample_tree(backup_root / "app" / "aiplatform" / "data")
     return target
+
+
+def make_sample_tree(root: Path) -> Path:
+    """A small platform data tree (datasets, models, a symlink) for the file backup demo."""
+    if root.exists():
+        return root
+    for dataset in range(3):
+        folder = root / "datasets" / f"dataset-{dataset}"
+        folder.mkdir(parents=True)
+        for part in range(5):
+            (folder / f"part-{part}.jsonl").write_text(
+                "".join(f'{{"id": {i}, "text": "sample {dataset}/{part}/{i}"}}\n' for i in range(200)))
+    (root / "models").mkdir()
+    (root / "models" / "resnet50.bin").write_bytes(os.urandom(256 * 1024))
+    (root / "models" / "latest").symlink_to("resnet50.bin")
+    return root
 
 
 def create_buckets(s3: Service, config: Path) -> list[str]:
     """Create the buckets the sandbox policy's ``s3://`` locations name."""
-    import re
-
     import boto3
 
     buckets = sorted(set(re.findall(r"s3://([a-z0-9][a-z0-9.\-]+[a-z0-9])", (config / "backup_policy.yaml").read_text())))

@@ -64,3 +64,14 @@ def redis_server(services_dir: Path) -> Iterator[sandbox.Service]:
     service = sandbox.start_redis(services_dir / "redis")
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow_metadata() -> str:
+    """A migrated SQLite metadata database in the session's throwaway AIRFLOW_HOME (for dag.test())."""
+    import subprocess
+
+    airflow = Path(sys.executable).parent / "airflow"
+    result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
