@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import zstandard
@@ -17,7 +18,8 @@ class CompressingWriter:
         self.path = path
         self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
         self.digest = hashlib.sha256()
-        self.compressor = zstandard.ZstdCompressor(level=level, write_checksum=True).compressobj()
+        # One zstd worker thread: compression overlaps with reading and splitting the stream.
+        self.compressor = zstandard.ZstdCompressor(level=level, write_checksum=True, threads=1).compressobj()
         self.size = 0
         self.raw_bytes = 0
         self.sha256 = ""
@@ -37,6 +39,8 @@ class CompressingWriter:
         if self.file.closed:
             return
         self._emit(self.compressor.flush())
+        self.file.flush()
+        os.fsync(self.file.fileno())  # durable before any manifest can name it
         self.file.close()
         self.sha256 = self.digest.hexdigest()
 

@@ -13,11 +13,15 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import queue
 import subprocess
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import zstandard
 
@@ -134,13 +138,56 @@ def choose_backup_type(
 
 # --- full backup ---------------------------------------------------------------------------------
 
-def _dump(target: MySQLTarget, databases: tuple[str, ...], folder: Path, level: int):
+def read_ahead(stream: BinaryIO, chunk_size: int = 4 << 20, depth: int = 8) -> Iterator[bytes]:
+    """Read a pipe in a thread while the caller compresses, so the dump never waits on us.
+
+    At most ``depth`` chunks wait in memory (32 MB by default), whatever the database size.
+    """
+    chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            while not stop.is_set():
+                chunk = stream.read(chunk_size)
+                if not chunk:
+                    break
+                chunks.put(chunk)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            chunks.put(exc)
+        finally:
+            chunks.put(None)
+
+    reader = threading.Thread(target=pump, name="dump-reader", daemon=True)
+    reader.start()
+    try:
+        while (item := chunks.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while reader.is_alive():
+            try:
+                chunks.get_nowait()
+            except queue.Empty:
+                reader.join(0.05)
+
+
+BINLOG_DUMP_OPTIONS = ("--master-data=2", "--gtid")  # mariadb-dump fails with these when log_bin is off
+
+
+def _dump(target: MySQLTarget, databases: tuple[str, ...], folder: Path, level: int, binlog_on: bool = True):
     """Run ``mariadb-dump`` into the splitter; fails if the dump fails, even part-way."""
+    options = [o for o in DUMP_OPTIONS if binlog_on or o not in BINLOG_DUMP_OPTIONS]
+    format_error: DumpFormatError | None = None
     with defaults_file(target) as cnf, tempfile.TemporaryFile() as stderr:
-        argv = client_argv("mariadb-dump", cnf, *DUMP_OPTIONS, "--databases", *databases)
+        argv = client_argv("mariadb-dump", cnf, *options, "--databases", *databases)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr)
         try:
-            result = split_dump(proc.stdout, folder, level)  # type: ignore[arg-type]
+            result = split_dump(read_ahead(proc.stdout), folder, level)  # type: ignore[arg-type]
+        except DumpFormatError as exc:
+            format_error = exc  # read to EOF but incomplete: a failed dump's own error says more
         except BaseException:
             proc.kill()
             proc.wait()
@@ -152,6 +199,8 @@ def _dump(target: MySQLTarget, databases: tuple[str, ...], folder: Path, level: 
         errors = stderr.read().decode(errors="replace").strip()
     if status != 0:
         raise BackupError(f"mariadb-dump failed with status {status}: {errors[-2000:]}")
+    if format_error is not None:
+        raise format_error
     return result
 
 
@@ -165,7 +214,7 @@ def take_full_backup(
     binlog_on = binlog_enabled(target)
     server = server_facts(target)
     try:
-        dump = _dump(target, settings.databases, staging, settings.compression_level)
+        dump = _dump(target, settings.databases, staging, settings.compression_level, binlog_on)
     except DumpFormatError as exc:
         raise BackupError(f"mariadb-dump output is incomplete: {exc}") from None
     end = None
