@@ -6,6 +6,7 @@ connection: POST of a small JSON body) and/or e-mail through an SMTP connection.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import urllib.request
@@ -99,4 +100,6 @@ async def deadline_missed(**kwargs: Any) -> None:
     """Deadline-alert callback (runs in the triggerer): the night's backup has not succeeded in time."""
     context = kwargs.pop("context", None)
     message = kwargs.get("message", "deadline missed")
-    send_alert(alert_payload("deadline_missed", context, message), kwargs.get("webhook_conn_id"), None, [])
+    payload = alert_payload("deadline_missed", context, message)
+    # The triggerer runs many coroutines in one loop: keep the blocking HTTP call off it.
+    await asyncio.to_thread(send_alert, payload, kwargs.get("webhook_conn_id"), None, [])
