@@ -158,8 +158,8 @@ class DumpSplitter:
             pos = title_end
         keep = len(DATA_END) if self.in_data else KEEP
         keep_from = len(buf) if final else max(pos, len(buf) - keep)
-        if keep_from > pos and buf[keep_from - 1:keep_from] == b"\n":
-            keep_from -= 1  # never split a row marker between two writes
+        if not final and keep_from > pos and buf[keep_from - 1:keep_from] == b"\n":
+            keep_from -= 1  # never split a row marker between two writes (at the end, write it all)
         self._write(buf[pos:keep_from])
         self.buffer = buf[keep_from:]
 
