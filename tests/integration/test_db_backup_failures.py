@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -144,7 +145,9 @@ def staged_bytes(store: LocalStore) -> int:
     return sum(p.stat().st_size for p in staging.rglob("*") if p.is_file())
 
 
-def test_a_killed_backup_leaves_nothing_listed_and_the_next_run_cleans_up(mariadb, big_db, db_store, tmp_path, caplog):
+def test_a_killed_backup_leaves_nothing_listed_and_the_next_run_cleans_up(
+    mariadb, big_db, db_store, tmp_path, caplog, monkeypatch
+):
     target, db = big_db
     tmpdir = tmp_path / "child-tmp"
     tmpdir.mkdir()
@@ -164,20 +167,25 @@ def test_a_killed_backup_leaves_nothing_listed_and_the_next_run_cleans_up(mariad
             os.killpg(child.pid, signal.SIGKILL)
         out, _ = child.communicate()
     assert b"FINISHED" not in out
-    # A SIGKILL gives no chance to delete the defaults file; what is left must at least be private.
-    for leftover in tmpdir.glob("aiplatform-ops-*.cnf"):
+    # A SIGKILL gives no chance to delete the defaults file; what is left must at least be private,
+    # and the next backup step sweeps it.
+    leftovers = list(tmpdir.rglob("aiplatform-ops-*.cnf"))
+    for leftover in leftovers:
         assert stat.S_IMODE(leftover.stat().st_mode) == 0o600
-        print("left behind by the kill:", leftover.name)
+        assert stat.S_IMODE(leftover.parent.stat().st_mode) == 0o700
     assert staged_bytes(db_store) > 0  # the half-written backup is there ...
     assert db_store.list_backups() == []  # ... but nothing lists it
     assert [p.name for p in db_store.root.iterdir() if not p.name.startswith(".")] == []
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))  # the next run on the same worker
     with caplog.at_level(logging.WARNING, logger="aiplatform_ops.storage.local"):
         manifest = take_database_backup(target, db_store, settings_for(db))
     assert any("leftover of an interrupted run" in r.getMessage() for r in caplog.records)
     assert manifest.type == "full"
     assert [m.backup_id for m in db_store.list_backups()] == [manifest.backup_id]
     assert list((db_store.root / STAGING).iterdir()) == []
+    for leftover in leftovers:
+        assert not leftover.exists(), "a dead process's defaults file must not outlive the next run"
     assert verify_backup(db_store, manifest) == []
     assert manifest.details["tables"][f"{db}.ai_training_log"] == 150_000
 

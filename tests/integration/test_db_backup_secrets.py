@@ -58,7 +58,7 @@ class Watcher(threading.Thread):
                 for arg in argv[:2]:  # the tool itself, or the shim script that runs it
                     if os.path.basename(arg) in TOOLS:
                         self.tools_seen.add(os.path.basename(arg))
-            for path in self.temp_dir.glob("aiplatform-ops-*.cnf"):
+            for path in self.temp_dir.rglob("aiplatform-ops-*.cnf"):
                 with contextlib.suppress(FileNotFoundError):
                     self.defaults_modes[path.name] = stat.S_IMODE(path.stat().st_mode)
             self.samples += 1
@@ -150,7 +150,7 @@ def test_the_password_never_shows_and_a_nasty_one_works_end_to_end(
     # Defaults files: private while they existed, all gone afterwards.
     assert watcher.defaults_modes, "no defaults file was ever seen"
     assert set(watcher.defaults_modes.values()) == {0o600}
-    assert list(private_tmp.glob("aiplatform-ops-*")) == []
+    assert list(private_tmp.rglob("aiplatform-ops-*.cnf")) == []  # every defaults file was deleted
     # Nowhere in what is stored, logged or handed to XCom.
     for manifest in (full, incr):
         assert token not in manifest.to_json().decode()

@@ -52,10 +52,51 @@ def _quote_option(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def secrets_dir() -> Path:
+    """A folder only this user can enter, for the short-lived defaults files."""
+    path = Path(tempfile.gettempdir()) / f"aiplatform-ops-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    if path.is_symlink() or path.stat().st_uid != os.getuid():
+        raise PermissionError(f"{path} is not a private folder of this user; refusing to write secrets there")
+    os.chmod(path, 0o700)
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_defaults_files(folder: Path) -> list[Path]:
+    """Delete defaults files whose process died without cleaning up (a SIGKILL, an OOM kill)."""
+    removed = []
+    for path in folder.glob("aiplatform-ops-*.cnf"):
+        try:
+            pid = int(path.name.split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        if not _pid_alive(pid):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def defaults_file(target: MySQLTarget) -> Generator[Path, None, None]:
-    """A private ``[client]`` option file for one tool invocation, removed afterwards."""
-    fd, name = tempfile.mkstemp(prefix="aiplatform-ops-", suffix=".cnf")
+    """A private ``[client]`` option file for one tool invocation, removed afterwards.
+
+    It lives in a 0700 folder of this user; files left by a killed process are swept the next
+    time any backup step starts.
+    """
+    folder = secrets_dir()
+    sweep_defaults_files(folder)
+    fd, name = tempfile.mkstemp(prefix=f"aiplatform-ops-{os.getpid()}-", suffix=".cnf", dir=folder)
     try:
         os.fchmod(fd, 0o600)
         body = (
