@@ -24,6 +24,8 @@ EXPECTED = {
     "aiplatform_config_watch",
     "aiplatform_config_backup",
     "aiplatform_verify_system",
+    "aiplatform_restore",
+    "aiplatform_restore_drill",
 }
 
 
