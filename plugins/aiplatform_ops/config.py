@@ -308,13 +308,34 @@ class ConfigBackupPolicy:
 
 
 @dataclass(frozen=True)
+class RestoreDrillPolicy:
+    """Manual §2.2: the weekly proof that the newest backups restore."""
+
+    schedule: str = "0 5 * * 1"
+    scratch_database: str = "aiplatform_restore_drill"
+    scratch_folder: Path | None = None
+
+    @classmethod
+    def read(cls, s: Section) -> RestoreDrillPolicy:
+        folder = s.optional_string("scratch_folder")
+        if folder is not None and not folder.startswith("/"):
+            raise s.error("scratch_folder", f"{folder!r} is not an absolute path")
+        return cls(
+            schedule=s.string("schedule", cls.schedule, pattern=CRON_PATTERN),
+            scratch_database=s.string("scratch_database", cls.scratch_database, pattern=r"[A-Za-z0-9_]{1,64}"),
+            scratch_folder=Path(folder) if folder else None,
+        )
+
+
+@dataclass(frozen=True)
 class BackupPolicy:
-    """The three policies of ``backup_policy.yaml``."""
+    """The policies of ``backup_policy.yaml``."""
 
     file: Path
     database: DatabaseBackupPolicy
     files: FileBackupPolicy
     config: ConfigBackupPolicy
+    drill: RestoreDrillPolicy = RestoreDrillPolicy()
 
 
 def load_backup_policy(directory: Path | None = None) -> BackupPolicy:
@@ -326,4 +347,5 @@ def load_backup_policy(directory: Path | None = None) -> BackupPolicy:
         database=DatabaseBackupPolicy.read(root.section("database_backup")),
         files=FileBackupPolicy.read(root.section("file_backup")),
         config=ConfigBackupPolicy.read(root.section("config_backup")),
+        drill=RestoreDrillPolicy.read(root.section("restore_drill", required=False)),
     )

@@ -1,7 +1,7 @@
 """Benchmark: database restore (backup verification and row checks included) vs ``zstd -dc | mariadb``.
 
-Runs only with ``pytest tests/bench --bench -s``. Generates a platform database of about 550 MB
-of SQL once (``AIPLATFORM_BENCH_LOG_ROWS`` log rows, default 2.7 million), takes the project's
+Runs only with ``pytest tests/bench --bench -s``. On the session's generated platform database
+(``BENCH_LOG_ROWS`` log rows, default 2.7 million: about 700 MB of SQL), takes the project's
 full backup and a plain ``mariadb-dump --single-transaction --databases db | zstd -3`` of the same
 data, then loads each into an empty database and prints the times and their ratio (goal <= 0.8).
 Only correctness is asserted: both loads reproduce every row.
@@ -22,21 +22,14 @@ from aiplatform_ops.restore.plan import ComponentStores, RestoreRequest, resolve
 from aiplatform_ops.restore.runner import RestoreEnvironment, execute_restore
 from aiplatform_ops.storage.local import LocalStore
 
-LOG_ROWS = int(os.environ.get("AIPLATFORM_BENCH_LOG_ROWS", "2700000"))
-DB = "bench_platform"
+DB = "aiplatform_bench"  # created by the big_platform_db fixture
 
 
 @pytest.fixture(scope="session")
-def bench_db(mariadb, tmp_path_factory):
-    target = MySQLTarget("127.0.0.1", mariadb.port, mariadb.extra["user"], mariadb.extra["password"])
-    target.query(f"DROP DATABASE IF EXISTS `{DB}`")
-    clock = time.monotonic()
-    sample_data.apply_schema(target, DB)
-    sample_data.populate(target, DB, log_rows=LOG_ROWS)
-    print(f"\ngenerated {DB} with {LOG_ROWS} log rows in {time.monotonic() - clock:.0f} s")
-    folder = tmp_path_factory.mktemp("bench-db")
-    yield target, folder
-    target.query(f"DROP DATABASE IF EXISTS `{DB}`")
+def bench_db(big_platform_db, tmp_path_factory):
+    """The session's generated platform database (tests/bench/conftest.py) and a scratch folder."""
+    target, _ = big_platform_db
+    yield target, tmp_path_factory.mktemp("bench-db")
 
 
 def _shell(target: MySQLTarget, command: str) -> float:

@@ -10,6 +10,8 @@ a run killed at any moment leaves nothing that looks like a backup, and the next
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import logging
@@ -47,6 +49,7 @@ from aiplatform_ops.storage.retention import chains
 log = logging.getLogger(__name__)
 
 CHAIN_BROKEN = ".chain-broken.json"
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 DUMP_OPTIONS = (
     "--single-transaction",
     "--master-data=2",
@@ -184,6 +187,8 @@ def _dump(target: MySQLTarget, databases: tuple[str, ...], folder: Path, level: 
     with defaults_file(target) as cnf, tempfile.TemporaryFile() as stderr:
         argv = client_argv("mariadb-dump", cnf, *options, "--databases", *databases)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr)
+        with contextlib.suppress(OSError):  # a bigger pipe: fewer wake-ups for both sides
+            fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, 1 << 20)  # type: ignore[union-attr]
         try:
             result = split_dump(read_ahead(proc.stdout), folder, level)  # type: ignore[arg-type]
         except DumpFormatError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from aiplatform_ops.config import load_backup_policy, load_yaml
+from aiplatform_ops.config import load_backup_policy
 from aiplatform_ops.operators.backup_copies import kind_stores
 from aiplatform_ops.operators.connections import MYSQL_CONN_ID, S3_CONN_ID, mysql_target
 from aiplatform_ops.restore.drill import DrillFailed, run_drill
@@ -41,14 +41,12 @@ from aiplatform_ops.restore.runner import (
 )
 from aiplatform_ops.storage.manifest import iso, utc_now
 
-DRILL_DEFAULTS = {"schedule": "0 5 * * 1", "scratch_database": "aiplatform_restore_drill", "scratch_folder": None}
-
 
 def drill_settings() -> dict[str, Any]:
-    """The optional ``restore_drill`` section of ``backup_policy.yaml`` (schedule, scratch names)."""
-    _, data = load_yaml("backup_policy.yaml")
-    section = data.get("restore_drill") or {}
-    return {**DRILL_DEFAULTS, **{k: v for k, v in section.items() if k in DRILL_DEFAULTS}}
+    """The ``restore_drill`` section of ``backup_policy.yaml`` (schedule, scratch names), validated."""
+    drill = load_backup_policy().drill
+    return {"schedule": drill.schedule, "scratch_database": drill.scratch_database,
+            "scratch_folder": str(drill.scratch_folder) if drill.scratch_folder else None}
 
 
 def triggered_by(context: Context) -> str:
