@@ -46,7 +46,7 @@ demo: venv
 	$(PY) scripts/demo.py
 
 run: venv
-	eval "$$($(PY) scripts/sandbox.py env)" && $(VENV)/bin/airflow standalone
+	eval "$$($(PY) scripts/sandbox.py env)" && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" airflow standalone
 
 bench: venv
 	$(PY) -m pytest tests/bench -q -s -p no:cacheprovider --bench
