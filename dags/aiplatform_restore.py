@@ -84,8 +84,8 @@ with DAG(
     gate = DryRunGateOperator(task_id="dry_run_gate")
     restore = RestoreOperator(task_id="restore")
     verify = verify_system_group(
-        groups="{{ ti.xcom_pull(task_ids='restore')['verify_groups'] }}",
-        expectations="{{ ti.xcom_pull(task_ids='restore')['expectations'] }}",
+        groups="{{ (ti.xcom_pull(task_ids='restore') or {}).get('verify_groups') }}",
+        expectations="{{ (ti.xcom_pull(task_ids='restore') or {}).get('expectations') }}",
     )
     rollback = RollbackOperator(task_id="rollback")
     record = RestoreRecordOperator(task_id="record")

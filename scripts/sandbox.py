@@ -254,6 +254,7 @@ def up(base: Path) -> dict[str, str]:
     if state_file.exists():
         state = json.loads(state_file.read_text())
         if all(port_open(p) for p in state["ports"].values()):
+            write_sandbox_config(base / "config", base)  # the project's config may have changed
             return state["env"]
         down(base)
     base.mkdir(parents=True, exist_ok=True)

@@ -113,12 +113,15 @@ class VerificationReportOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         chosen = chosen_groups(self.groups)
+        pulled_by_group = {g: context["ti"].xcom_pull(task_ids=t) for g, t in self.check_task_ids.items() if g in chosen}
+        if all(value is None for value in pulled_by_group.values()):
+            raise AirflowSkipException("no check ran (what they verify did not happen); nothing to report")
         results: list[CheckResult | dict[str, Any]] = []
         for group, task_id in self.check_task_ids.items():
             if group not in chosen:
                 results.append(CheckResult(group, "(group)", SKIPPED, "not chosen for this run"))
                 continue
-            pulled = context["ti"].xcom_pull(task_ids=task_id)
+            pulled = pulled_by_group[group]
             if pulled is None:
                 results.append(CheckResult(group, "(group)", FAILED, f"task {task_id} did not finish; see its log"))
             else:
