@@ -37,12 +37,12 @@ from typing import Any, BinaryIO
 
 import zstandard
 
+from aiplatform_ops.backup.compress import CompressingWriter
 from aiplatform_ops.storage.local import LocalStore
 from aiplatform_ops.storage.manifest import (
     BackupManifest,
     FileEntry,
     iso,
-    sha256_file,
     utc_now,
 )
 
@@ -589,8 +589,7 @@ class _ListingWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self._writer = zstandard.ZstdCompressor(level=3).stream_writer(self._file, closefd=False)
+        self._writer = CompressingWriter(path, level=3)
         self._buf: list[str] = []
 
     def __call__(self, entry: dict[str, Any]) -> None:
@@ -606,14 +605,11 @@ class _ListingWriter:
     def close(self) -> FileEntry:
         self._flush()
         self._writer.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        size, digest = sha256_file(self.path)
-        return FileEntry(self.path.name, size, digest, {"format": "jsonl", "compression": "zstd"})
+        return FileEntry(self.path.name, self._writer.size, self._writer.sha256,
+                         {"format": "jsonl", "compression": "zstd"})
 
     def abort(self) -> None:
-        self._file.close()
+        self._writer.file.close()
 
 
 def write_archive(
