@@ -53,6 +53,7 @@ with DAG(
     params={
         "components": Param(["database", "files", "config"], type="array", title="Components",
                             items={"type": "string", "enum": ["database", "files", "config"]},
+                            examples=["database", "files", "config"],
                             description="What to restore (manual §2.2.1 steps 2-4); any subset."),
         "database_backup": Param("latest", type="string", title="Database backup",
                                  description="'latest' or a backup id such as 20261128T020000Z-full or "
@@ -75,7 +76,7 @@ with DAG(
                                             "<folder>/config. Its parent folder must exist."),
         "dry_run": Param(True, type="boolean", title="Dry run",
                          description="On: only plan and verify the backups; nothing is stopped or changed."),
-        "confirm": Param("", type="string", title="Confirm target",
+        "confirm": Param(None, type=["null", "string"], title="Confirm target",
                          description="With dry run off: type the target's name (the database name for live, "
                                      "the scratch database, or the scratch folder for files/config only)."),
     },

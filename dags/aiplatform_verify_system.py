@@ -46,6 +46,7 @@ from aiplatform_ops.verify.checks import GROUPS
             list(GROUPS),
             type="array",
             items={"type": "string", "enum": list(GROUPS)},
+            examples=list(GROUPS),
             title="Check groups",
             description="Which parts of the verification to run (manual §2.2.2).",
         ),
@@ -57,7 +58,7 @@ from aiplatform_ops.verify.checks import GROUPS
         ),
         "services": Param(
             [],
-            type="array",
+            type=["null", "array"],
             items={"type": "string"},
             title="Services",
             description="Limit the service status checks to these services (empty: all in the inventory).",
