@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from airflow.sdk import DAG
 
 from aiplatform_ops.config import load_backup_policy
@@ -25,7 +27,7 @@ same moment as the nightly backup (both hold the backup folder's lock).
 
 with DAG(
     dag_id="aiplatform_binlog_archive",
-    schedule=f"*/{interval} * * * *" if interval and interval < 60 else (f"0 */{interval // 60} * * *" if interval else None),
+    schedule=timedelta(minutes=interval) if interval else None,
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

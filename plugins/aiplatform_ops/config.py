@@ -17,6 +17,13 @@ from typing import Any
 import yaml
 
 CONFIG_DIR_ENV = "AIPLATFORM_OPS_CONFIG_DIR"
+
+# Airflow connection ids: a stable interface users and scripts rely on.
+MYSQL_CONN_ID = "aiplatform_mysql"
+S3_CONN_ID = "aiplatform_s3"
+REDIS_CONN_ID = "aiplatform_redis"
+K8S_CONN_ID = "aiplatform_k8s"
+SSH_CONN_ID = "aiplatform_ssh"
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "include" / "config"
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")

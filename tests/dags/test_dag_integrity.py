@@ -106,6 +106,8 @@ def test_schedules_and_deadline_come_from_the_policy(parsed):
     policy = load_backup_policy()
     assert bag.dags["aiplatform_db_backup"].timetable.expression == policy.database.schedule
     assert bag.dags["aiplatform_file_backup"].timetable.expression == policy.files.schedule
+    archive_every = timedelta(minutes=policy.database.binlog_archive_interval_minutes)
+    assert bag.dags["aiplatform_binlog_archive"].timetable.delta == archive_every
     deadline = bag.dags["aiplatform_db_backup"].deadline[0]
     assert deadline.interval == policy.database.deadline == timedelta(hours=4)
     callback = deadline.callback

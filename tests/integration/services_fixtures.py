@@ -352,3 +352,13 @@ class MockKubernetesAPI:
 def kube_api() -> Iterator[MockKubernetesAPI]:
     with MockKubernetesAPI() as api:
         yield api
+
+
+def serving(port: int) -> bool:
+    """Whether a fake unit on ``port`` answers its health check."""
+    import requests
+
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).text == "UP"
+    except requests.RequestException:
+        return False

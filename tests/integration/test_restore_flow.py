@@ -16,10 +16,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-import requests
 import sample_data
 from db_fixtures import db_store, platform_db, settings_for  # noqa: F401 - fixtures
-from services_fixtures import SSHClients, fake_units, sshd, write_config  # noqa: F401 - fixtures
+from services_fixtures import SSHClients, fake_units, serving, sshd, write_config  # noqa: F401 - fixtures
 
 from aiplatform_ops.backup.config_set import take_config_backup
 from aiplatform_ops.backup.database import take_database_backup
@@ -159,13 +158,6 @@ def _service(unit: str, port: int, units) -> dict:
             "health": [{"type": "http", "url": f"http://127.0.0.1:{port}/health", "body_contains": "UP",
                         "timeout_seconds": 1}],
             "stop_timeout_seconds": 15, "start_timeout_seconds": 15}
-
-
-def serving(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).text == "UP"
-    except requests.RequestException:
-        return False
 
 
 @pytest.fixture

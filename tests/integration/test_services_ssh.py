@@ -7,9 +7,8 @@ import logging
 from pathlib import Path
 
 import pytest
-import requests
 import sandbox
-from services_fixtures import SSHClients, fake_units, sshd, write_config  # noqa: F401
+from services_fixtures import SSHClients, fake_units, serving, sshd, write_config  # noqa: F401
 
 from aiplatform_ops.services.control import ServiceOperationFailed, start_services, stop_services
 from aiplatform_ops.services.inventory import load_services
@@ -23,13 +22,6 @@ def http_service(unit: str, port: int, units, **extra) -> dict:
                    {"type": "tcp", "host": "127.0.0.1", "port": port, "timeout_seconds": 1}],
         "stop_timeout_seconds": 15, "start_timeout_seconds": 15, **extra,
     }
-
-
-def serving(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/health", timeout=1).text == "UP"
-    except requests.RequestException:
-        return False
 
 
 @pytest.fixture

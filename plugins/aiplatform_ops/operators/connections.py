@@ -8,16 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiplatform_ops.backup.mysql_target import MySQLTarget
-from aiplatform_ops.config import Locations
+from aiplatform_ops.config import MYSQL_CONN_ID, REDIS_CONN_ID, S3_CONN_ID, Locations
 from aiplatform_ops.storage.base import BackupStore
 from aiplatform_ops.storage.local import LocalStore
 from aiplatform_ops.storage.s3 import S3Store
-
-MYSQL_CONN_ID = "aiplatform_mysql"
-S3_CONN_ID = "aiplatform_s3"
-REDIS_CONN_ID = "aiplatform_redis"
-K8S_CONN_ID = "aiplatform_k8s"
-SSH_CONN_ID = "aiplatform_ssh"
 
 
 def mysql_target(conn_id: str = MYSQL_CONN_ID) -> MySQLTarget:
@@ -48,6 +42,9 @@ def backup_stores(locations: Locations, sse: str | None, conn_id: str = S3_CONN_
     if locations.s3 is not None:
         remote = S3Store(s3_client(conn_id), locations.s3.bucket, locations.s3.prefix, sse)
     return local, remote
+
+
+__all__ = ["MYSQL_CONN_ID", "REDIS_CONN_ID", "S3_CONN_ID", "all_stores", "backup_stores", "mysql_target", "s3_client"]
 
 
 def all_stores(local: LocalStore, remote: S3Store | None) -> list[BackupStore]:

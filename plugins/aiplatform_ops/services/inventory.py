@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiplatform_ops.config import ConfigError, Section, load_yaml
+from aiplatform_ops.config import K8S_CONN_ID, SSH_CONN_ID, ConfigError, Section, load_yaml
 from aiplatform_ops.services.health import HealthCheck, HttpCheck, TcpCheck
 from aiplatform_ops.services.systemd import SystemdCommands
 
 SERVICES_FILE = "services.yaml"
-DEFAULT_SSH_CONN_ID = "aiplatform_ssh"
-DEFAULT_K8S_CONN_ID = "aiplatform_k8s"
 NAME = r"[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?"  # also a valid Kubernetes name
 UNIT = r"[A-Za-z0-9:_.@\-]+"
 HOST = r"[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]"
@@ -187,7 +185,7 @@ def _service(name: str, s: Section, d: Section, base_commands: SystemdCommands) 
         _only_keys(c, {"unit", "hosts", "ssh_conn_id", "commands"})
         control = SystemdControl(
             unit=c.string("unit", name, pattern=UNIT),
-            targets=_targets(c, d.string("ssh_conn_id", DEFAULT_SSH_CONN_ID)),
+            targets=_targets(c, d.string("ssh_conn_id", SSH_CONN_ID)),
             commands=_commands(c, base_commands),
         )
     else:
@@ -196,7 +194,7 @@ def _service(name: str, s: Section, d: Section, base_commands: SystemdCommands) 
         control = KubernetesControl(
             deployment=c.string("deployment", name, pattern=NAME),
             namespace=c.string("namespace", d.raw("namespace", None) or ..., pattern=NAME),
-            k8s_conn_id=c.string("k8s_conn_id", d.string("k8s_conn_id", DEFAULT_K8S_CONN_ID)),
+            k8s_conn_id=c.string("k8s_conn_id", d.string("k8s_conn_id", K8S_CONN_ID)),
             default_replicas=c.integer("replicas", 1, minimum=1),
         )
     depends = s.strings("depends_on", [], non_empty=False)
